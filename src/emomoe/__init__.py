@@ -1,0 +1,12 @@
+"""emomoe: Mixture-of-Experts language models with emergent modularity (EMO)."""
+
+from emomoe.config import PRESETS, EmoConfig, count_parameters, preset
+from emomoe.io.checkpoint import CheckpointError, load_model, save_model
+from emomoe.model import EmoForCausalLM, EmoOutput
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EmoConfig", "PRESETS", "preset", "count_parameters", "EmoForCausalLM", "EmoOutput",
+    "load_model", "save_model", "CheckpointError", "__version__",
+]

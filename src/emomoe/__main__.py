@@ -1,0 +1,5 @@
+import sys
+
+from emomoe.cli import main
+
+sys.exit(main())
