@@ -154,7 +154,8 @@ def main() -> None:
         seg_args = emo_layer.seg_args
         t = bench({"standard": moe, "emo": emo_layer}, x, args.reps)
         r = bench({"standard": router_only(moe.gate),
-                   "emo": router_only(lambda inp: moe.gate(inp, *seg_args))}, flat, args.reps * 4)
+                   "emo": router_only(lambda inp, seg_args=seg_args: moe.gate(inp, *seg_args))}, flat,
+                  args.reps * 4)
         overhead = (r["emo"] - r["standard"]) / t["standard"]
         results["router"][docs] = {"layer": t, "router": r, "overhead": overhead}
         print(f"| {docs} | {r['standard'] * 1e3:.1f} | {r['emo'] * 1e3:.1f} | {t['standard']:.3f} | "

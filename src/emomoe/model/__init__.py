@@ -1,6 +1,6 @@
 """The EMO model: transformer, MoE layer and router."""
 
-from emomoe.model.moe import MoE, Experts, expert_matmul
+from emomoe.model.moe import Experts, MoE, expert_matmul
 from emomoe.model.router import (
     Router,
     Routing,

@@ -141,6 +141,16 @@ class Experts(nn.Module):
         out[n] = sum_j weights[n, j] * expert_{ids[n, j]}(x[n]); weights are cast to x's dtype
         first and contributions are added in ascending expert order, as the released code does.
         """
+        device_type = x.device.type
+        if torch.is_autocast_enabled(device_type):  # the dispatch casts explicitly: run it outside autocast
+            dtype = torch.get_autocast_dtype(device_type)
+            with torch.autocast(device_type, enabled=False):
+                return self._combine(x.to(dtype), expert_ids, weights, self.gate_proj.to(dtype),
+                                     self.up_proj.to(dtype), self.down_proj.to(dtype))
+        return self._combine(x, expert_ids, weights, self.gate_proj, self.up_proj, self.down_proj)
+
+    def _combine(self, x: Tensor, expert_ids: Tensor, weights: Tensor, gate_w: Tensor, up_w: Tensor,
+                 down_w: Tensor) -> Tensor:
         top_k = expert_ids.shape[1]
         flat_ids = expert_ids.reshape(-1)  # [N*k]
         order = torch.argsort(flat_ids, stable=True)
@@ -149,13 +159,12 @@ class Experts(nn.Module):
         sorted_weights = weights.reshape(-1)[order].to(x.dtype)  # [N*k]
         impl = self.impl if self.impl != "auto" else ("fused" if x.device.type == "cpu" else "grouped")
         if impl == "fused":
-            return _FusedExperts.apply(x, sorted_weights, token_idx, counts, self.gate_proj, self.up_proj,
-                                       self.down_proj)
+            return _FusedExperts.apply(x, sorted_weights, token_idx, counts, gate_w, up_w, down_w)
         offsets = counts.cumsum(0).to(torch.int32)
         xs = x[token_idx]  # [N*k, d]
-        hidden = F.silu(expert_matmul(xs, self.gate_proj, counts, offsets))
-        hidden = hidden * expert_matmul(xs, self.up_proj, counts, offsets)
-        ys = expert_matmul(hidden, self.down_proj, counts, offsets)  # [N*k, d]
+        hidden = F.silu(expert_matmul(xs, gate_w, counts, offsets))
+        hidden = hidden * expert_matmul(xs, up_w, counts, offsets)
+        ys = expert_matmul(hidden, down_w, counts, offsets)  # [N*k, d]
         return torch.zeros_like(x).index_add_(0, token_idx, ys * sorted_weights.unsqueeze(-1))
 
 
