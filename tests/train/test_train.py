@@ -261,3 +261,13 @@ def test_lr_schedules():
     wsd = train_config.OptimConfig(lr=1.0, warmup_steps=10, min_lr_ratio=0.0, schedule="wsd", decay_frac=0.2)
     assert lr_at(50, 100, wsd) == 1.0 and lr_at(79, 100, wsd) == 1.0
     assert lr_at(99, 100, wsd) == pytest.approx(0.0)
+
+
+def test_error_in_one_rank_stops_the_whole_job(train_cfg, tmp_path):
+    cfg = copy.deepcopy(train_cfg)
+    cfg["train"].update(max_steps=50, out_dir=str(tmp_path / "dist"))
+    proc = _torchrun(["--config", str(_write_config(cfg, tmp_path / "c.toml"))], tmp_path,
+                     {"EMOMOE_FAULT": "raise:2:1"})
+    assert proc.returncode != 0
+    assert "injected fault in rank 1 after step 2" in proc.stderr
+    assert not (tmp_path / "dist" / "final").exists()

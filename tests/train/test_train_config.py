@@ -57,3 +57,12 @@ def test_cli_reports_config_errors_in_one_line(tmp_path, capsys):
     assert main(["train", "--set", "data.train=x", "--set", "train.global_batch_size=4",
                  "--set", "train.max_steps=1"]) == 2
     assert "not a prepared data directory" in capsys.readouterr().err
+
+
+def test_yaml_config_equals_toml(tmp_path):
+    yaml = pytest.importorskip("yaml")
+    toml_cfg = load_train_config(CONFIGS / "emo-small.toml")
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({k: (dict(v) if isinstance(v, dict) else v)
+                                    for k, v in toml_cfg.to_dict().items()}))
+    assert load_train_config(path) == toml_cfg

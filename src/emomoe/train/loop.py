@@ -23,10 +23,14 @@ from emomoe.train.optim import build_optimizer, lr_at
 from emomoe.train.step import autocast_context, train_step
 
 
-def _fault_hook(event: str, step: int) -> None:
-    """Test hook: EMOMOE_FAULT=<event>:<step> SIGKILLs this process at that point (no cleanup)."""
-    if os.environ.get("EMOMOE_FAULT") == f"{event}:{step}":
+def _fault_hook(event: str, step: int, rank: int = 0) -> None:
+    """Test hooks: EMOMOE_FAULT=<event>:<step> SIGKILLs this process at that point (no cleanup);
+    EMOMOE_FAULT=raise:<step>:<rank> raises an error in that rank after that step."""
+    fault = os.environ.get("EMOMOE_FAULT")
+    if fault == f"{event}:{step}":
         os.kill(os.getpid(), signal.SIGKILL)
+    if event == "step" and fault == f"raise:{step}:{rank}":
+        raise RuntimeError(f"injected fault in rank {rank} after step {step} (EMOMOE_FAULT)")
 
 
 def build_model(cfg: TrainConfig, shards: TokenShards) -> EmoForCausalLM:
@@ -173,6 +177,7 @@ def _train(cfg: TrainConfig, resume: bool, d: Dist) -> dict:
         lr = lr_at(step, total, cfg.optim)
         stats = train_step(model, micro_batches, first_seq, step, cfg, d, optimizer, lr)
         window_tokens += tokens_per_step
+        _fault_hook("step", step + 1, d.rank)
         if stats.skipped:
             bad_in_row += 1
             skipped_total += 1
