@@ -3,10 +3,12 @@
 from emomoe.config import PRESETS, EmoConfig, count_parameters, preset
 from emomoe.io.checkpoint import CheckpointError, load_model, save_model
 from emomoe.model import EmoForCausalLM, EmoOutput
+from emomoe.select import Selection, prune, prune_model, select_experts
 
 __version__ = "0.1.0"
 
 __all__ = [
     "EmoConfig", "PRESETS", "preset", "count_parameters", "EmoForCausalLM", "EmoOutput",
-    "load_model", "save_model", "CheckpointError", "__version__",
+    "load_model", "save_model", "CheckpointError", "Selection", "select_experts", "prune", "prune_model",
+    "__version__",
 ]

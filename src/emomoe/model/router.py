@@ -157,9 +157,10 @@ class Router(nn.Module):
         if pool_sizes is not None:
             if segments is None:
                 raise ValueError("EMO pool routing needs the token segments (document ids)")
-            plain = F.softmax(logits[:, : self.num_routed].float(), dim=-1)
-            if self.allowed is not None:
-                plain = plain * self.allowed
+            routed_logits = logits[:, : self.num_routed].float()
+            if self.allowed is not None:  # rank the pool as a model holding only the allowed experts would
+                routed_logits = routed_logits.masked_fill(~self.allowed, float("-inf"))
+            plain = F.softmax(routed_logits, dim=-1)
             sizes = pool_sizes.clamp(max=self.num_routed)
             pool_mask = document_pool_mask(plain, segments, num_segments, sizes)
         return route(logits, self.num_shared, self.top_k, self.norm_topk_prob, pool_mask, self.allowed)
