@@ -12,7 +12,7 @@ import importlib
 import sys
 
 # Subcommand modules, in the order `emomoe --help` lists them.
-COMMANDS = ("info", "tokenizer", "prepare")
+COMMANDS = ("info", "tokenizer", "prepare", "train", "select")
 
 
 class UserError(Exception):
