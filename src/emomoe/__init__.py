@@ -1,6 +1,8 @@
 """emomoe: Mixture-of-Experts language models with emergent modularity (EMO)."""
 
+from emomoe.analysis import analyze
 from emomoe.config import PRESETS, EmoConfig, count_parameters, preset
+from emomoe.eval import evaluate_documents, modularity_curve
 from emomoe.io.checkpoint import CheckpointError, load_model, save_model
 from emomoe.model import EmoForCausalLM, EmoOutput
 from emomoe.select import Selection, prune, prune_model, select_experts
@@ -10,5 +12,5 @@ __version__ = "0.1.0"
 __all__ = [
     "EmoConfig", "PRESETS", "preset", "count_parameters", "EmoForCausalLM", "EmoOutput",
     "load_model", "save_model", "CheckpointError", "Selection", "select_experts", "prune", "prune_model",
-    "__version__",
+    "evaluate_documents", "modularity_curve", "analyze", "__version__",
 ]

@@ -208,7 +208,10 @@ def test_bad_steps_are_skipped_then_stop(train_cfg, tmp_path, monkeypatch):
     assert summary["skipped_steps"] == 1
     assert math.isfinite(metrics(tmp_path / "run")[6]["loss"])
 
-    monkeypatch.setattr(step_mod, "lm_sums", lambda logits, labels: (real(logits, labels)[0] * math.inf, 0 * logits.sum()))
+    def broken(logits, labels):
+        return real(logits, labels)[0] * math.inf, 0 * logits.sum()
+
+    monkeypatch.setattr(step_mod, "lm_sums", broken)
     cfg = copy.deepcopy(train_cfg)
     cfg["train"].update(out_dir=str(tmp_path / "bad"), max_bad_steps=3)
     with pytest.raises(RuntimeError, match="3 consecutive steps with a non-finite loss"):
