@@ -44,6 +44,8 @@ def main() -> int:
     ap.add_argument("--vocab-size", type=int, default=CompareConfig.vocab_size)
     ap.add_argument("--eval-docs", type=int, default=CompareConfig.eval_docs, help="held-out documents per domain")
     ap.add_argument("--method", default=CompareConfig.method)
+    ap.add_argument("--sequential", action="store_true",
+                    help="train the two models one after the other (default: side by side, half the cores each)")
     ap.add_argument("--keep", default="1,0.5,0.25,0.125", help="comma-separated keep fractions")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="model override for both arms, e.g. --set pool_min=8 --set num_experts=64")
@@ -63,7 +65,7 @@ def main() -> int:
                                                                   "standard": args.standard_config},
                         model_overrides=overrides, max_steps=args.steps, lb_weight=args.lb_weight,
                         lb_scope=args.lb_scope, keep_fracs=tuple(float(k) for k in args.keep.split(",")),
-                        method=args.method, eval_docs=args.eval_docs)
+                        method=args.method, eval_docs=args.eval_docs, parallel_arms=not args.sequential)
     results = run_comparison(cfg, log=lambda m: print(m, flush=True))
     print()
     print(Path(args.out, "results.md").read_text())

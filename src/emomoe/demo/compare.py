@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import copy
 import json
+import multiprocessing
+import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import torch
 
 from emomoe.data import Tokenizer, prepare, train_tokenizer
 from emomoe.eval.data import by_domain, read_documents
@@ -57,6 +62,7 @@ class CompareConfig:
     eval_docs: int = 40  # held-out documents evaluated per domain
     workers: int = 2
     progress: bool = True
+    parallel_arms: bool = False  # train both arms at once, in two processes with half the threads each
 
 
 def train_config_for(cfg: CompareConfig, router: str, data_dir: Path, out_dir: Path) -> train_config.TrainConfig:
@@ -85,6 +91,14 @@ def train_config_for(cfg: CompareConfig, router: str, data_dir: Path, out_dir: P
     return tc
 
 
+def _train_arm(tc: train_config.TrainConfig, threads: int | None) -> str:
+    """Train one arm (in a worker process when run side by side); returns the final checkpoint path."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+        tc.train.progress = False
+    return train(tc)["final"]
+
+
 def run_comparison(cfg: CompareConfig, log: Callable[[str], None] = print) -> dict:
     """Run every stage; returns (and writes to OUT/results.json) the per-model modularity curves."""
     start = time.perf_counter()
@@ -100,14 +114,21 @@ def run_comparison(cfg: CompareConfig, log: Callable[[str], None] = print) -> di
     prepare([cfg.train_file], tok_file, out / "data", workers=cfg.workers, progress=cfg.progress, force=True)
     timings["data_seconds"] = time.perf_counter() - t
 
-    finals = {}
-    for i, (name, router) in enumerate(ROUTERS.items()):
-        t = time.perf_counter()
-        tc = train_config_for(cfg, router, out / "data", out / name)
-        log(f"[3/4] train {name} ({i + 1}/2): {tc.max_steps} steps of {tc.global_batch_size} x {cfg.seq_len} tokens")
-        summary = train(tc)
-        finals[name] = Path(summary["final"])
-        timings[f"train_{name}_seconds"] = time.perf_counter() - t
+    configs = {name: train_config_for(cfg, router, out / "data", out / name) for name, router in ROUTERS.items()}
+    steps = next(iter(configs.values())).max_steps
+    t = time.perf_counter()
+    if cfg.parallel_arms:
+        threads = max(1, (os.cpu_count() or 2) // 2)
+        log(f"[3/4] train emo and standard side by side ({threads} thread(s) each): {steps} steps each")
+        with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {name: pool.submit(_train_arm, tc, threads) for name, tc in configs.items()}
+            finals = {name: Path(f.result()) for name, f in futures.items()}
+    else:
+        finals = {}
+        for i, (name, tc) in enumerate(configs.items()):
+            log(f"[3/4] train {name} ({i + 1}/2): {steps} steps of {tc.global_batch_size} x {tc.data.seq_len} tokens")
+            finals[name] = Path(_train_arm(tc, None))
+    timings["train_seconds"] = time.perf_counter() - t
 
     docs = by_domain(read_documents(cfg.val_file))
     curves = {}
