@@ -116,6 +116,7 @@ def run_comparison(cfg: CompareConfig, log: Callable[[str], None] = print) -> di
 
     configs = {name: train_config_for(cfg, router, out / "data", out / name) for name, router in ROUTERS.items()}
     steps = next(iter(configs.values())).max_steps
+    seq_len = next(iter(configs.values())).data.seq_len  # evaluate at the length the models were trained on
     t = time.perf_counter()
     if cfg.parallel_arms:
         threads = max(1, (os.cpu_count() or 2) // 2)
@@ -138,7 +139,8 @@ def run_comparison(cfg: CompareConfig, log: Callable[[str], None] = print) -> di
             f"{cfg.calib_docs} calibration + up to {cfg.eval_docs} evaluation documents per domain")
         model = load_model(path)
         curves[name] = modularity_curve(model, docs, tokenizer, cfg.keep_fracs, cfg.method, cfg.calib_docs,
-                                        max_docs_per_domain=cfg.eval_docs, progress=cfg.progress)
+                                        max_docs_per_domain=cfg.eval_docs, max_length=seq_len,
+                                        progress=cfg.progress)
         timings[f"modularity_{name}_seconds"] = time.perf_counter() - t
 
     results = {"models": curves, "config": asdict(cfg) | {"keep_fracs": list(cfg.keep_fracs)},

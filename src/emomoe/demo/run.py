@@ -105,7 +105,8 @@ def run_demo(out: str | Path = "emomoe-demo", data: str | Path | None = None, mi
         from emomoe.analysis.report import analyze
 
         log("report: expert usage per domain, specialisation metrics, document clusters")
-        report = analyze(results["checkpoints"], out / "val.jsonl", out / "report", max_docs_per_domain=eval_docs)
+        report = analyze(results["checkpoints"], out / "val.jsonl", out / "report", max_docs_per_domain=eval_docs,
+                         max_length=SEQ_LEN)
     except ImportError as exc:  # matplotlib missing: the tables still stand
         log(f"report skipped ({exc}); pip install 'emomoe[plot]' for figures")
     results["wall_seconds"] = time.perf_counter() - start
