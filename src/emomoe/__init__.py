@@ -1,6 +1,7 @@
 """emomoe: Mixture-of-Experts language models with emergent modularity (EMO)."""
 
 from emomoe.analysis import analyze
+from emomoe.generate import generate
 from emomoe.config import PRESETS, EmoConfig, count_parameters, preset
 from emomoe.eval import evaluate_documents, modularity_curve
 from emomoe.io.checkpoint import CheckpointError, load_model, save_model
@@ -12,5 +13,6 @@ __version__ = "0.1.0"
 __all__ = [
     "EmoConfig", "PRESETS", "preset", "count_parameters", "EmoForCausalLM", "EmoOutput",
     "load_model", "save_model", "CheckpointError", "Selection", "select_experts", "prune", "prune_model",
-    "evaluate_documents", "modularity_curve", "analyze", "__version__",
+    "evaluate_documents", "modularity_curve", "analyze", "generate",
+    "__version__",
 ]

@@ -12,7 +12,7 @@ import importlib
 import sys
 
 # Subcommand modules, in the order `emomoe --help` lists them.
-COMMANDS = ("info", "tokenizer", "prepare", "train", "select")
+COMMANDS = ("demo", "info", "tokenizer", "prepare", "train", "select", "eval", "modularity", "analyze", "generate")
 
 
 class UserError(Exception):

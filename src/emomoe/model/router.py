@@ -143,7 +143,7 @@ class Router(nn.Module):
         self.num_shared = num_shared
         self.top_k = top_k
         self.norm_topk_prob = norm_topk_prob
-        self.register_buffer("allowed", None, persistent=False)  # [E_r] bool or None
+        self.register_buffer("allowed", None, persistent=False)  # [E_r] or per-token [N, E_r] bool, or None
 
     @property
     def num_routed(self) -> int:

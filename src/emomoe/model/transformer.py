@@ -56,30 +56,38 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 class Attention(nn.Module):
     """Causal multi-head attention with grouped KV heads via scaled_dot_product_attention."""
 
-    def __init__(self, config: EmoConfig) -> None:
+    def __init__(self, config: EmoConfig, layer_idx: int = 0) -> None:
         super().__init__()
         d, hd = config.hidden_size, config.head_dim
         self.num_heads, self.num_kv_heads, self.head_dim = (
             config.num_attention_heads, config.num_key_value_heads, hd)
+        self.layer_idx = layer_idx  # which slot of a KV cache this layer reads and writes
         bias = config.attention_bias
         self.q_proj = nn.Linear(d, self.num_heads * hd, bias=bias)
         self.k_proj = nn.Linear(d, self.num_kv_heads * hd, bias=bias)
         self.v_proj = nn.Linear(d, self.num_kv_heads * hd, bias=bias)
         self.o_proj = nn.Linear(self.num_heads * hd, d, bias=bias)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None) -> Tensor:
-        """x [B, T, d]; mask: None for plain causal, else bool [B, 1, T, T] (True = attend)."""
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, cache=None) -> Tensor:
+        """x [B, T, d]; mask: None for plain causal, else bool [B, 1, T, S] (True = attend).
+
+        With a `cache` (anything with `update(key, value, layer_idx) -> (keys, values)`, such as
+        `emomoe.generate.KVCache` or a transformers `Cache`), this step's keys and values are
+        appended and the queries attend over all S = past + T cached positions.
+        """
         batch, length, _ = x.shape
         q = self.q_proj(x).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)
         groups = self.num_heads // self.num_kv_heads
         if groups > 1:
             k = k.repeat_interleave(groups, dim=1)
             v = v.repeat_interleave(groups, dim=1)
-        if mask is None:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if mask is None:  # plain causal; one query with a cache sees every cached key
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=length > 1)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
@@ -90,15 +98,15 @@ class DecoderLayer(nn.Module):
 
     def __init__(self, config: EmoConfig, layer: int) -> None:
         super().__init__()
-        self.self_attn = Attention(config)
+        self.self_attn = Attention(config, layer)
         self.mlp = MoE(config.hidden_size, config.intermediate_size, config.experts_in_layer(layer),
                        config.shared_in_layer(layer), config.num_experts_per_tok, config.norm_topk_prob)
         self.pre_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.pre_feedforward_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, segments: Tensor | None,
-                num_segments: int, pool_sizes: Tensor | None) -> tuple[Tensor, Routing]:
-        x = x + self.self_attn(self.pre_attention_layernorm(x), cos, sin, mask)
+                num_segments: int, pool_sizes: Tensor | None, cache=None) -> tuple[Tensor, Routing]:
+        x = x + self.self_attn(self.pre_attention_layernorm(x), cos, sin, mask, cache)
         moe_out, routing = self.mlp(self.pre_feedforward_layernorm(x), segments, num_segments, pool_sizes)
         return x + moe_out, routing
 
@@ -186,6 +194,8 @@ class EmoForCausalLM(nn.Module):
         pool_sizes: Tensor | None = None,
         generator: torch.Generator | None = None,
         output_hidden_states: bool = False,
+        cache=None,
+        attention_mask: Tensor | None = None,
     ) -> EmoOutput:
         """Logits and router outputs for input_ids [B, T].
 
@@ -195,22 +205,37 @@ class EmoForCausalLM(nn.Module):
         EOS positions (each document ends with `eos_token_id`; one document per row if unset).
         pool_sizes [B*(T+1)] overrides the per-document pool size draw (see `segment_ids`);
         `generator` seeds the draw. A pool is applied only when `uses_pool()` is true.
+
+        Incremental decoding: `cache` (e.g. `emomoe.generate.KVCache`) holds the keys and values
+        of the P tokens before these T; `position_ids` then default to P..P+T-1 (pass [B, T] per-row
+        positions for left-padded rows) and `attention_mask` [B, P+T] (True/1 = real token) hides
+        padding keys. With a cache a pool is applied only when `pool_sizes` is given: a document
+        pool needs the whole document, so generation fixes it from the prompt (`emomoe.generate`).
+        doc_ids may be combined with a cache only while it is empty. Raises ValueError when P+T
+        exceeds max_position_embeddings (without explicit positions) or shapes disagree.
         """
         cfg = self.config
         batch, length = input_ids.shape
-        if length > cfg.max_position_embeddings and position_ids is None:
-            raise ValueError(f"sequence length {length} exceeds max_position_embeddings "
+        past = cache.get_seq_length() if cache is not None else 0
+        if past + length > cfg.max_position_embeddings and position_ids is None:
+            raise ValueError(f"sequence length {past + length} exceeds max_position_embeddings "
                              f"({cfg.max_position_embeddings})")
         mask = None
         if doc_ids is not None:
             if doc_ids.shape != input_ids.shape:
                 raise ValueError(f"doc_ids shape {tuple(doc_ids.shape)} must equal input_ids shape "
                                  f"{tuple(input_ids.shape)}")
+            if past:
+                raise ValueError(f"doc_ids cannot be combined with a cache that already holds {past} tokens; "
+                                 "pass attention_mask instead")
             causal = torch.ones(length, length, dtype=torch.bool, device=input_ids.device).tril()
             mask = (doc_ids.unsqueeze(-1) == doc_ids.unsqueeze(-2)) & causal  # [B, T, T]
             mask = mask.unsqueeze(1)
+        if attention_mask is not None or (past and length > 1):
+            visible = cached_attention_mask(attention_mask, batch, past, length, input_ids.device)
+            mask = visible if mask is None else mask & visible
         segments, num_segments = None, 0
-        if self.uses_pool() or pool_sizes is not None:
+        if pool_sizes is not None or (cache is None and self.uses_pool()):
             if doc_ids is None:
                 doc_ids = (doc_ids_from_eos(input_ids, cfg.eos_token_id) if cfg.eos_token_id is not None
                            else torch.zeros_like(input_ids))
@@ -218,7 +243,7 @@ class EmoForCausalLM(nn.Module):
             if pool_sizes is None:
                 pool_sizes = self.draw_pool_sizes(num_segments, input_ids.device, generator)
         if position_ids is None:
-            position_ids = torch.arange(length, device=input_ids.device)
+            position_ids = torch.arange(past, past + length, device=input_ids.device)
         cos, sin = rope_tables(position_ids, cfg.head_dim, cfg.rope_theta)
         if cos.dim() == 3:  # per-row positions [B, T, hd] -> broadcast over heads
             cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
@@ -226,7 +251,7 @@ class EmoForCausalLM(nn.Module):
         x = self.model.embed_tokens(input_ids)
         routings = []
         for layer in self.model.layers:
-            x, routing = layer(x, cos, sin, mask, segments, num_segments, pool_sizes)
+            x, routing = layer(x, cos, sin, mask, segments, num_segments, pool_sizes, cache)
             routings.append(routing)
         x = self.model.norm(x)
         logits = self.lm_head(x)
@@ -238,6 +263,25 @@ class EmoForCausalLM(nn.Module):
             z_loss=torch.stack([router_z_loss(r.logits) for r in routings]).mean(),
             hidden_states=x if output_hidden_states else None,
         )
+
+
+def cached_attention_mask(attention_mask: Tensor | None, batch: int, past: int, length: int,
+                          device: torch.device) -> Tensor:
+    """Bool [B, 1, T, P+T] (True = attend) for T queries after P cached positions.
+
+    Query i (absolute position P+i) sees keys 0..P+i that `attention_mask` [B, P+T] marks real;
+    every query also sees itself, so a padding query never has an empty softmax row (NaN).
+    """
+    total = past + length
+    key_pos = torch.arange(total, device=device)
+    query_pos = torch.arange(past, total, device=device).unsqueeze(-1)  # [T, 1]
+    visible = (key_pos <= query_pos).expand(batch, length, total)  # [B, T, S]
+    if attention_mask is not None:
+        if tuple(attention_mask.shape) != (batch, total):
+            raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} must be (batch, cached + new "
+                             f"tokens) = {(batch, total)}")
+        visible = (visible & attention_mask.bool().unsqueeze(1)) | (key_pos == query_pos)
+    return visible.unsqueeze(1)
 
 
 def layer_lb_loss(routing: Routing, routed_top_k: int) -> Tensor:
