@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from emomoe.cli.eval import add_common, load, model_names
+from emomoe.cli.eval import add_common, add_models, load, model_names
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,9 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="example: emomoe analyze --model runs/emo-small/final --model runs/stdmoe-small/final "
         "--name emo --name standard --data ../shared/corpus/val.jsonl --out report/",
     )
-    p.add_argument("--model", action="append", required=True, help="checkpoint directory; repeat to compare")
-    p.add_argument("--name", action="append", help="display name per --model (default: the directory name)")
-    p.add_argument("--data", required=True, help="JSONL documents with a domain field")
+    add_models(p)
     p.add_argument("--out", default="report", help="output directory (default report/)")
     p.add_argument("--top-m", type=int, help="m of document coherence (default: a quarter of the routed experts)")
     p.add_argument("--pool", action="store_true", help="route with the EMO eval pool (default: no pool)")

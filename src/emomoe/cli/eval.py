@@ -44,6 +44,13 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def add_models(p: argparse.ArgumentParser) -> None:
+    """--model (repeatable), --name and --data: the inputs of modularity and analyze."""
+    p.add_argument("--model", action="append", required=True, help="checkpoint directory; repeat to compare")
+    p.add_argument("--name", action="append", help="display name per --model (default: the directory name)")
+    p.add_argument("--data", required=True, help="JSONL documents with a domain field")
+
+
 def model_names(models: Sequence[str], names: Sequence[str] | None) -> list[str]:
     """Display names: --name values, else each directory's name (its parent's for a '.../final' directory)."""
     if names:

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from emomoe.cli.eval import add_common, load, model_names
+from emomoe.cli.eval import add_common, add_models, load, model_names
 
 METHOD_NAMES = ("global", "layerwise", "frequency", "easy-ep", "random")  # = emomoe.select.METHODS
 
@@ -24,9 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="example: emomoe modularity --model runs/emo-small/final --model runs/stdmoe-small/final "
         "--name emo --name standard --data ../shared/corpus/val.jsonl --keep 1,0.5,0.25,0.125 --out modularity/",
     )
-    p.add_argument("--model", action="append", required=True, help="checkpoint directory; repeat to compare")
-    p.add_argument("--name", action="append", help="display name per --model (default: the directory name)")
-    p.add_argument("--data", required=True, help="JSONL documents with a domain field")
+    add_models(p)
     p.add_argument("--keep", default="1,0.5,0.25,0.125", help="fractions of experts to keep, comma-separated "
                    "(default 1,0.5,0.25,0.125)")
     p.add_argument("--method", default="global", choices=METHOD_NAMES, help="selection method (default global)")
