@@ -185,3 +185,27 @@ def iter_documents(
             continue
         error = _check_text(text, "text")
         yield Doc(None if error else text, dom, default_source, str(path), error)
+
+
+def read_jsonl(path: str | os.PathLike) -> list[tuple[int, dict]]:
+    """(line number, record) of every non-blank line of a JSONL file.
+
+    Raises FileNotFoundError for a missing file and ValueError (with file:line) for bad JSON
+    or a line that is not an object.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file {path} does not exist")
+    out = []
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{number} is not valid JSON: {exc}") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}:{number} must hold a JSON object, got {type(record).__name__}")
+            out.append((number, record))
+    return out

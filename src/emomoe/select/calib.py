@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from emomoe.data.readers import read_jsonl
+
 SHOT_SEPARATOR = "\n\n"
 
 
@@ -72,18 +74,9 @@ def read_examples(path: str | os.PathLike, text_field: str = "text") -> list[str
                              "per line) or an array of records")
     else:
         whole = None
-    if isinstance(whole, list):
-        lines = [(i, json.dumps(r)) for i, r in enumerate(whole, 1)]
-    else:
-        lines = list(enumerate(raw.splitlines(), 1))
+    records = list(enumerate(whole, 1)) if isinstance(whole, list) else read_jsonl(path)
     out = []
-    for number, line in lines:
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{number} is not valid JSON: {exc}") from None
+    for number, record in records:
         if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
             raise ValueError(f"{path}:{number} has no string field {text_field!r} (choose the field "
                              "with --text-field)")
