@@ -81,6 +81,7 @@ class Routing:
     logits: Tensor  # [N, E] raw gate logits
     expert_counts: Tensor  # [E_r] fp32 tokens routed to each routed expert (no gradient)
     pool_mask: Tensor | None  # [N, E_r] bool, None when no pool was applied
+    routed_top_k: int  # k - S: routed experts per token
 
     @property
     def mean_probs(self) -> Tensor:
@@ -121,7 +122,7 @@ def route(
         weights = torch.cat([weights, shared_w], dim=-1)
         expert_ids = torch.cat([expert_ids, shared_ids], dim=-1)
     counts = torch.bincount(expert_ids[:, :routed_k].reshape(-1), minlength=num_experts)[:num_routed]
-    return Routing(expert_ids, weights, probs, logits, counts.float(), pool_mask)
+    return Routing(expert_ids, weights, probs, logits, counts.float(), pool_mask, routed_k)
 
 
 class Router(nn.Module):

@@ -127,9 +127,17 @@ class EmoOutput:
 
     logits: Tensor  # [B, T, V]
     routings: list[Routing] = field(repr=False)  # one per layer, over the B*T tokens
-    lb_loss: Tensor  # mean over layers of the LB loss with this batch's own expert counts
-    z_loss: Tensor  # mean over layers of the router z-loss
     hidden_states: Tensor | None = field(default=None, repr=False)  # [B, T, d] after the final norm
+
+    @property
+    def lb_loss(self) -> Tensor:
+        """Mean over layers of the LB loss with this batch's own expert counts (computed on access)."""
+        return torch.stack([layer_lb_loss(r) for r in self.routings]).mean()
+
+    @property
+    def z_loss(self) -> Tensor:
+        """Mean over layers of the router z-loss (computed on access)."""
+        return torch.stack([router_z_loss(r.logits) for r in self.routings]).mean()
 
     @property
     def expert_counts(self) -> list[Tensor]:
@@ -255,14 +263,7 @@ class EmoForCausalLM(nn.Module):
             routings.append(routing)
         x = self.model.norm(x)
         logits = self.lm_head(x)
-        return EmoOutput(
-            logits=logits,
-            routings=routings,
-            lb_loss=torch.stack([layer_lb_loss(r, layer.mlp.gate.top_k - layer.mlp.gate.num_shared)
-                                 for r, layer in zip(routings, self.model.layers)]).mean(),
-            z_loss=torch.stack([router_z_loss(r.logits) for r in routings]).mean(),
-            hidden_states=x if output_hidden_states else None,
-        )
+        return EmoOutput(logits=logits, routings=routings, hidden_states=x if output_hidden_states else None)
 
 
 def cached_attention_mask(attention_mask: Tensor | None, batch: int, past: int, length: int,
@@ -284,7 +285,7 @@ def cached_attention_mask(attention_mask: Tensor | None, batch: int, past: int, 
     return visible.unsqueeze(1)
 
 
-def layer_lb_loss(routing: Routing, routed_top_k: int) -> Tensor:
+def layer_lb_loss(routing: Routing) -> Tensor:
     """LB loss of one layer from its own (local) expert counts."""
     num_tokens = max(routing.probs.shape[0], 1)
-    return load_balancing_loss(routing.mean_probs, routing.expert_counts / num_tokens, routed_top_k)
+    return load_balancing_loss(routing.mean_probs, routing.expert_counts / num_tokens, routing.routed_top_k)

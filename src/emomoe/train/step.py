@@ -69,13 +69,14 @@ def lm_sums(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     return ce, z
 
 
-def global_lb(routings, counts: list[Tensor], router_tokens: int, top_k: list[int]) -> Tensor:
+def global_lb(routings, counts: list[Tensor], router_tokens: int) -> Tensor:
     """This micro-batch's share of the step's global LB: mean over layers of
     (E_r/k_r) * sum_i f_i * (sum of this micro-batch's probs_i) / N, with f_i = counts_i / N."""
     terms = []
-    for routing, c, k in zip(routings, counts, top_k):
+    for routing, c in zip(routings, counts):
         fraction = c / router_tokens
-        terms.append((fraction.shape[0] / k) * (fraction * routing.probs.sum(0)).sum() / router_tokens)
+        scale = fraction.shape[0] / routing.routed_top_k
+        terms.append(scale * (fraction * routing.probs.sum(0)).sum() / router_tokens)
     return torch.stack(terms).mean()
 
 
@@ -87,7 +88,6 @@ def train_step(model: nn.Module, micro_batches: list[dict[str, Tensor]], first_s
     run = cfg.train
     device = d.device
     seq_len = micro_batches[0]["input_ids"].shape[1]
-    top_k = [layer.mlp.gate.top_k - layer.mlp.gate.num_shared for layer in core.model.layers]
     emo = mcfg.router == "emo"
     low, high = mcfg.pool_range(0)
 
@@ -129,7 +129,7 @@ def train_step(model: nn.Module, micro_batches: list[dict[str, Tensor]], first_s
             if run.lb_scope == "global":
                 if global_counts is None:  # one micro-batch: its own counts, reduced over ranks
                     global_counts = _reduce_counts(counts, d)
-                lb = global_lb(out.routings, global_counts, router_tokens, top_k)
+                lb = global_lb(out.routings, global_counts, router_tokens)
             else:
                 lb = out.lb_loss * (mb_tokens / router_tokens)
             z = out.z_loss * (mb_tokens / router_tokens)
